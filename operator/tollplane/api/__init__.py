@@ -1,0 +1,1 @@
+"""The custom resources and the Policy contract: the single source of truth of Tollplane."""
