@@ -90,7 +90,8 @@ class Lifecycle(Model):
     stage: Stage = Stage.DRAFT
     # When the Api stops being served (Sunset header, RFC 8594).
     sunset: datetime | None = None
-    # When it was deprecated (Deprecation header, RFC 9745); defaults to when compiled.
+    # When it was deprecated (Deprecation header, RFC 9745); defaults to when the operator
+    # first saw the Api Deprecated (kept in status.deprecatedSince).
     deprecated_since: datetime | None = None
     successor: Successor | None = None
 
@@ -128,6 +129,15 @@ class ErrorText(Model):
 
     title: ShortText | None = None
     detail: LongText | None = None
+
+
+class GatewayRef(Model):
+    """The Gateway (Gateway API) an Api's HTTPRoute attaches to, overriding the operator's."""
+
+    name: Name
+    # Unset: the Api's own namespace.
+    namespace: Name | None = None
+    section_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
 
 
 class ApiSpec(Model):
@@ -171,6 +181,8 @@ class ApiSpec(Model):
     access: Access = Field(default_factory=Access)
     credential: Credential = Field(default_factory=Credential)
     docs_url: Url | None = None
+    # Unset: the Gateway the operator is configured with (--gateway).
+    gateway: GatewayRef | None = None
     logging: Logging = Field(default_factory=Logging)
     # Keys are denial reason codes (see tollplane.api.reasons).
     errors: Annotated[dict[str, ErrorText], Field(max_length=32)] = Field(default_factory=dict)
@@ -181,6 +193,9 @@ class ApiStatus(Model):
 
     observed_generation: int | None = None
     stage: Stage | None = None
+    # When the operator first saw the Api Deprecated (unless spec.lifecycle.deprecatedSince
+    # says otherwise): recorded so the Deprecation header keeps the same date across restarts.
+    deprecated_since: datetime | None = None
     url: Annotated[str, Field(max_length=2048)] | None = None
     route: Annotated[str, Field(max_length=512)] | None = None
     subscribers: Annotated[int, Field(ge=0)] | None = None
