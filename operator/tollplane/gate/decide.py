@@ -342,3 +342,24 @@ def unavailable(pending: Pending, facts: Facts) -> Decision:
         key=pending.key,
         headers=(("Retry-After", "1"),),
     )
+
+
+def not_found(facts: Facts) -> Decision:
+    """404 for a path the gate does not serve (any non-check path in forward-auth mode)."""
+    return _deny(Reason.NO_ROUTE, facts)
+
+
+def upstream_failed(decision: Decision, reason: Reason, facts: Facts) -> Decision:
+    """502/504 for an allowed call whose upstream could not answer; limits were consumed."""
+    failed = _deny(reason, facts, decision.route)
+    return Decision(
+        status=failed.status,
+        reason=reason,
+        headers=failed.headers + decision.headers,
+        body=failed.body,
+        route=decision.route,
+        tenant=decision.tenant,
+        plan=decision.plan,
+        key_id=decision.key_id,
+        overage=decision.overage,
+    )
