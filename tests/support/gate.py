@@ -331,26 +331,31 @@ PLANS = {
     ),
 }
 
-# tenant name -> (plan, extra TenantPolicy fields)
-TENANTS: dict[str, tuple[str, dict[str, Any]]] = {
-    "acme": ("free", {}),
-    "suspended": ("free", {"suspended": True}),
-    "pending": ("free", {"entitlements": {"shop/orders": SubscriptionState.PENDING_APPROVAL}}),
-    "unsubscribed": ("free", {"entitlements": {}}),
-    "metered": ("metered", {}),
-    "throttled": ("throttled", {}),
-    "charged": ("charged", {}),
-    "ratelimited": ("ratelimited", {}),
-    "trial": ("paid", {"trial_ends": NOW + 7 * DAY}),
-    "trialover": ("paid", {"trial_ends": NOW - DAY}),
-    "grace": ("paid", {"paid_through": NOW - DAY}),
-    "overdue": ("paid", {"paid_through": NOW - 5 * DAY}),
-    "paidup": ("paid", {"paid_through": NOW + 20 * DAY}),
-    "prepaid": ("prepaid", {"credit_micros": 1_000_000}),
-}
+
+def scenario_tenants(now: datetime) -> dict[str, tuple[str, dict[str, Any]]]:
+    """Tenant name -> (plan, extra TenantPolicy fields): one tenant per situation."""
+    return {
+        "acme": ("free", {}),
+        "suspended": ("free", {"suspended": True}),
+        "pending": ("free", {"entitlements": {"shop/orders": SubscriptionState.PENDING_APPROVAL}}),
+        "unsubscribed": ("free", {"entitlements": {}}),
+        "metered": ("metered", {}),
+        "throttled": ("throttled", {}),
+        "charged": ("charged", {}),
+        "ratelimited": ("ratelimited", {}),
+        "trial": ("paid", {"trial_ends": now + 7 * DAY}),
+        "trialover": ("paid", {"trial_ends": now - DAY}),
+        "grace": ("paid", {"paid_through": now - DAY}),
+        "overdue": ("paid", {"paid_through": now - 5 * DAY}),
+        "paidup": ("paid", {"paid_through": now + 20 * DAY}),
+        "prepaid": ("prepaid", {"credit_micros": 1_000_000}),
+        "neverpaid": ("paid", {}),
+    }
 
 
-def scenario_policy(upstream: str, dead: str, *, extra_tenants: int = 0) -> Policy:
+def scenario_policy(
+    upstream: str, dead: str, *, extra_tenants: int = 0, now: datetime = NOW
+) -> Policy:
     """Routes for every lifecycle and credential setting, plans for every billing rule, and
     one tenant per situation (keys from :func:`key_of`); ``extra_tenants`` adds filler."""
     routes = [
@@ -362,7 +367,7 @@ def scenario_policy(upstream: str, dead: str, *, extra_tenants: int = 0) -> Poli
             "/legacy",
             upstream,
             stage=Stage.DEPRECATED,
-            sunset=NOW + 30 * DAY,
+            sunset=now + 30 * DAY,
             deprecated_since=datetime(2025, 1, 1, tzinfo=UTC),
             successor_url="https://api.example.com/orders",
             docs_url="https://docs.example.com/migrate",
@@ -384,12 +389,12 @@ def scenario_policy(upstream: str, dead: str, *, extra_tenants: int = 0) -> Poli
     apis = [r.api for r in routes]
     tenants: dict[str, TenantPolicy] = {}
     keys: dict[str, KeyPolicy] = {}
-    for name, (plan, extra) in TENANTS.items():
+    for name, (plan, extra) in scenario_tenants(now).items():
         extra = dict(extra)
         entitlements = extra.pop("entitlements", dict.fromkeys(apis, ACTIVE))
         tenants[name] = TenantPolicy(name=name, plan=plan, entitlements=entitlements, **extra)
         keys[hash_key(key_of(name))] = KeyPolicy(tenant=name, id="k1")
-    keys[hash_key(key_of("expired"))] = KeyPolicy(tenant="acme", id="old", expires=NOW - DAY)
+    keys[hash_key(key_of("expired"))] = KeyPolicy(tenant="acme", id="old", expires=now - DAY)
     for i in range(extra_tenants):
         name = f"filler-{i}"
         tenants[name] = TenantPolicy(
