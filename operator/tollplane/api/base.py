@@ -43,7 +43,9 @@ class Rule:
     """A cross-field rule: CEL for the apiserver, a Python predicate for everything else.
 
     ``check`` receives the validated model and returns True when the object is valid.
-    ``cel`` is evaluated by the apiserver with ``self`` bound to the same object.
+    ``cel`` is evaluated by the apiserver with ``self`` bound to the same object; an empty
+    ``cel`` means the schema itself enforces the rule (e.g. list-map keys for uniqueness,
+    where CEL would cost too much), and the rule is checked in Python only.
     """
 
     cel: str
@@ -57,7 +59,9 @@ def _cel_rules(schema: dict[str, Any], cls: type[Any]) -> None:
     """Publish a model's rules as CEL ``x-kubernetes-validations`` in its JSON schema."""
     rules: Sequence[Rule] = cls.__dict__.get("rules", ())
     if rules:
-        schema["x-kubernetes-validations"] = [{"rule": r.cel, "message": r.message} for r in rules]
+        validations = [{"rule": r.cel, "message": r.message} for r in rules if r.cel]
+        if validations:
+            schema["x-kubernetes-validations"] = validations
 
 
 class Model(BaseModel):

@@ -8,6 +8,7 @@ knows about: CEL rules, printer columns, short names, the status subresource.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import yaml
@@ -52,7 +53,13 @@ def _structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                 # A defaulted object or list: let the apiserver fill it, so nested defaults
                 # and CEL rules see the same shape the pydantic model does.
                 if prop.get("type") == "object":
-                    prop["default"] = {}
+                    # The defaults of its fields, not {}: the apiserver checks CEL rules
+                    # against the default as written (e.g. lifecycle.stage must exist).
+                    prop["default"] = {
+                        k: copy.deepcopy(v["default"])
+                        for k, v in prop.get("properties", {}).items()
+                        if "default" in v
+                    }
                 elif prop.get("type") == "array":
                     prop["default"] = []
             props[name] = prop

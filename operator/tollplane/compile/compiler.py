@@ -19,6 +19,7 @@ from tollplane.api.plans import BillingPlan
 from tollplane.api.policy import Policy
 from tollplane.api.shards import configmaps
 from tollplane.api.tenants import BillingState, SubscriptionState, Tenant
+from tollplane.compile.objects import stamped
 from tollplane.compile.policy import (
     Resolution,
     build_policy,
@@ -102,6 +103,7 @@ def compile_all(snapshot: Snapshot, generated: Mapping[str, str] | None = None) 
         resolution=resolution,
     )
     index, shards = configmaps(policy, settings.namespace)
+    index = stamped(index)
     owners: dict[str, str] = {}
     for manifest in keys.manifests:
         owners[object_ref(manifest)] = (

@@ -193,14 +193,22 @@ def parse(body: Mapping[str, Any]) -> Resource | Invalid:
     try:
         return model.model_validate(body)
     except ValidationError as exc:
-        return Invalid(
-            kind=kind,
-            name=str(meta.get("name", "")),
-            namespace=meta.get("namespace"),
-            uid=meta.get("uid"),
-            generation=meta.get("generation"),
-            message=_first_error(exc),
-        )
+        error = exc
+    if "status" in body:
+        # A status this version cannot read (written by another version) must not make the
+        # spec unreadable: the status is recomputed anyway.
+        try:
+            return model.model_validate({k: v for k, v in body.items() if k != "status"})
+        except ValidationError as exc:
+            error = exc
+    return Invalid(
+        kind=kind,
+        name=str(meta.get("name", "")),
+        namespace=meta.get("namespace"),
+        uid=meta.get("uid"),
+        generation=meta.get("generation"),
+        message=_first_error(error),
+    )
 
 
 def secret_view(body: Mapping[str, Any]) -> SecretView:

@@ -82,10 +82,16 @@ class Conditions:
 def transitions(
     old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]
 ) -> list[Transition]:
-    """Conditions whose status or reason changed, as Events (Warning when not True)."""
+    """Conditions whose status or reason changed, as Events (Warning when not True).
+
+    Every change of Ready is reported; other conditions only when they go wrong, so a new
+    resource yields one Event rather than one per condition.
+    """
     before = {c.get("type"): (c.get("status"), c.get("reason")) for c in old}
     events = []
     for c in new:
+        if c["type"] != "Ready" and c["status"] == "True":
+            continue
         if before.get(c["type"]) != (c["status"], c["reason"]):
             kind = "Normal" if c["status"] == "True" else "Warning"
             events.append(Transition(kind, str(c["reason"]), f"{c['type']}: {c['message']}"))
