@@ -138,14 +138,21 @@ return out
 class RedisCounters:
     """Counters in Redis, shared by all gate replicas."""
 
+    MAX_CONNECTIONS = 64
+
     def __init__(self, url: str, *, timeout: float = 0.25, retry_interval: float = 1.0) -> None:
-        # One retry: after a Redis restart the first use of each pooled connection fails.
-        self._client = aioredis.Redis.from_url(
+        # A bounded pool: calls queue for a connection (up to 2 s) instead of opening one
+        # socket per concurrent request. One retry: after a Redis restart the first use of
+        # each pooled connection fails.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=self.MAX_CONNECTIONS,
+            timeout=2.0,
             socket_timeout=timeout,
             socket_connect_timeout=timeout,
             retry=Retry(NoBackoff(), 1),
         )
+        self._client = aioredis.Redis(connection_pool=pool)
         self._script = self._client.register_script(LUA_CHECK)
         self._retry_interval = retry_interval
         self._down_until = 0.0
