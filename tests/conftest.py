@@ -1,8 +1,9 @@
 """Fixtures shared by every suite: the real control plane and per-test namespaces.
 
 The control plane (etcd + kube-apiserver + kube-controller-manager, see
-docs/controlplane.md) is started once per session, or reused when `make cluster` already runs
-one. A session that started it stops it at the end unless TOLLPLANE_KEEP_CLUSTER=1.
+docs/controlplane.md) is started once per session, or reused when `make cluster` (or another
+pytest run) already runs one. One that a test session started is stopped when the last session
+using it ends, unless TOLLPLANE_KEEP_CLUSTER=1.
 """
 
 from __future__ import annotations
@@ -34,10 +35,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture(scope="session")
 def control_plane() -> Iterator[ControlPlane]:
     """The running control plane: kubeconfig, server, CA and the kubectl/helm binaries."""
-    plane = controlplane.start()
-    yield plane
-    if plane.started and os.environ.get("TOLLPLANE_KEEP_CLUSTER") != "1":
-        controlplane.stop(plane.cluster_dir)
+    with controlplane.session(keep=os.environ.get("TOLLPLANE_KEEP_CLUSTER") == "1") as plane:
+        yield plane
 
 
 @pytest.fixture(scope="session")

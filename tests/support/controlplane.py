@@ -10,7 +10,7 @@ Subcommands (see docs/controlplane.md):
     down     stop it and remove its state
     status   show what is running
 
-The same operations are importable for pytest: ensure_built(), start(), stop(), running().
+The same operations are importable for pytest: ensure_built(), start(), session(), stop().
 
 Only `cryptography` and PyYAML are needed beyond the standard library, so `make cluster` works
 from the dev venv without the tollplane package being importable.
@@ -66,6 +66,8 @@ CONTROLLERS = (
 )
 # Start order; stop runs in reverse.
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
+# In .cluster/: "lock" serializes up/down; every session() holds "users.lock" shared.
+LOCK_FILES = ("lock", "users.lock")
 
 
 def _log(message: str) -> None:
@@ -202,6 +204,10 @@ def _cached(final: Path, produce: Callable[[Path], dict[str, Any]], what: str) -
         if marker.exists():  # another process finished it while we waited for the lock
             _log(f"reused {what}: {final} (built concurrently)")
             return final
+        # Temporary directories of builds that were killed outright (no chance to clean up);
+        # holding the lock means no live build owns them.
+        for stale in final.parent.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(stale, ignore_errors=True)
         _log(f"building {what} into {final} ...")
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
         try:
@@ -453,7 +459,13 @@ def _spawn(name: str, argv: list[str], cluster_dir: Path) -> dict[str, Any]:
             cwd=cluster_dir,
             start_new_session=True,
         )
-    return {"pid": process.pid, "binary": argv[0]}
+    record = {"pid": process.pid, "binary": argv[0]}
+    # Just after exec, /proc/<pid>/cmdline can read empty for a moment; wait until it shows
+    # the binary so that _alive()'s identity check holds from here on.
+    deadline = time.monotonic() + 5
+    while not _alive(record) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return record
 
 
 def _alive(proc: dict[str, Any]) -> bool:
@@ -510,19 +522,20 @@ def _wait(
 
 
 def _https_get(server: str, pki: Path, path: str) -> tuple[int, bytes]:
-    """GET from the apiserver as admin; (0, b"") when it does not answer."""
-    context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    """GET from the apiserver as admin; (0, b"") when it does not answer (or pki/ is gone)."""
     host, port = server.removeprefix("https://").rsplit(":", 1)
-    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=3)
     try:
-        conn.request("GET", path)
-        response = conn.getresponse()
-        return response.status, response.read()
+        context = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        context.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+        conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=3)
+        try:
+            conn.request("GET", path)
+            response = conn.getresponse()
+            return response.status, response.read()
+        finally:
+            conn.close()
     except OSError:
         return 0, b""
-    finally:
-        conn.close()
 
 
 def _etcd_healthy(url: str) -> bool:
@@ -552,7 +565,6 @@ class ControlPlane:
     kubectl: Path
     helm: Path
     gateway_api_crds: tuple[Path, ...]
-    started: bool  # True when this call started it (so the caller owns stopping it)
 
     def env(self) -> dict[str, str]:
         """os.environ plus KUBECONFIG, for subprocesses (kubectl, helm, the operator)."""
@@ -579,7 +591,7 @@ def _healthy(cluster_dir: Path, state: dict[str, Any]) -> bool:
     return status == 200 and body.strip() == b"ok"
 
 
-def _control_plane(cluster_dir: Path, state: dict[str, Any], started: bool) -> ControlPlane:
+def _control_plane(cluster_dir: Path, state: dict[str, Any]) -> ControlPlane:
     toolchain = state["toolchain"]
     return ControlPlane(
         cluster_dir=cluster_dir,
@@ -589,51 +601,55 @@ def _control_plane(cluster_dir: Path, state: dict[str, Any], started: bool) -> C
         kubectl=Path(str(toolchain["kubectl"])),
         helm=Path(str(toolchain["helm"])),
         gateway_api_crds=tuple(Path(p) for p in toolchain["gateway_api_crds"]),
-        started=started,
     )
 
 
-def running(cluster_dir: Path = CLUSTER_DIR) -> ControlPlane | None:
-    """The healthy control plane recorded in `cluster_dir`, if any."""
-    state = _load_state(cluster_dir)
-    if state is None or not _healthy(cluster_dir, state):
-        return None
-    return _control_plane(cluster_dir, state, started=False)
-
-
-def start(cluster_dir: Path = CLUSTER_DIR) -> ControlPlane:
+def start(cluster_dir: Path = CLUSTER_DIR, *, disposable: bool = False) -> ControlPlane:
     """Reuse the healthy control plane in `cluster_dir` or start a fresh one.
 
     A fresh start wipes `cluster_dir` (certificates, etcd data, logs) after stopping whatever
-    a previous, unhealthy run left behind.
+    a previous, unhealthy run left behind. A `disposable` one is stopped when the last
+    session() using it ends; otherwise only `down` stops it.
     """
     toolchain = ensure_built()
     cluster_dir.mkdir(parents=True, exist_ok=True)
     with _file_lock(cluster_dir / "lock"):
         state = _load_state(cluster_dir)
         if state is not None:
-            if _healthy(cluster_dir, state):
+            if state.get("toolchain") != _toolchain_record(toolchain):
+                _log("the running control plane was built from other pins; replacing it")
+            elif _healthy(cluster_dir, state):
                 _log(f"reusing the control plane at {state['server']}")
-                return _control_plane(cluster_dir, state, started=False)
-            _log("a previous control plane is unhealthy; replacing it")
+                return _control_plane(cluster_dir, state)
+            else:
+                _log("a previous control plane is unhealthy; replacing it")
             _stop_recorded(cluster_dir, state)
         for entry in cluster_dir.iterdir():
             if entry.is_dir():
                 shutil.rmtree(entry)
-            elif entry.name != "lock":
+            elif entry.name not in LOCK_FILES:
                 entry.unlink()
         started = time.monotonic()
         try:
-            state = _start_fresh(cluster_dir, toolchain)
+            state = _start_fresh(cluster_dir, toolchain, disposable)
         except BaseException:
             # Leave nothing half-started behind; the logs stay for the error message's reader.
             _stop_recorded(cluster_dir, _load_state(cluster_dir) or {})
             raise
         _log(f"control plane ready at {state['server']} in {time.monotonic() - started:.1f}s")
-        return _control_plane(cluster_dir, state, started=True)
+        return _control_plane(cluster_dir, state)
 
 
-def _start_fresh(cluster_dir: Path, toolchain: Toolchain) -> dict[str, Any]:
+def _toolchain_record(toolchain: Toolchain) -> dict[str, Any]:
+    # Cache paths embed the pins' hash, so comparing records detects a pin change.
+    return {
+        "kubectl": str(toolchain.kubectl),
+        "helm": str(toolchain.helm),
+        "gateway_api_crds": [str(p) for p in toolchain.gateway_api_crds],
+    }
+
+
+def _start_fresh(cluster_dir: Path, toolchain: Toolchain, disposable: bool) -> dict[str, Any]:
     pki = cluster_dir / "pki"
     _generate_pki(pki)
     etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
@@ -644,11 +660,8 @@ def _start_fresh(cluster_dir: Path, toolchain: Toolchain) -> dict[str, Any]:
         "server": server,
         "ports": {"etcd": etcd_port, "etcd-peer": peer_port, "kube-apiserver": api_port},
         "processes": {},
-        "toolchain": {
-            "kubectl": str(toolchain.kubectl),
-            "helm": str(toolchain.helm),
-            "gateway_api_crds": [str(p) for p in toolchain.gateway_api_crds],
-        },
+        "toolchain": _toolchain_record(toolchain),
+        "disposable": disposable,
     }
     processes = state["processes"]
 
@@ -759,6 +772,32 @@ def _stop_recorded(cluster_dir: Path, state: dict[str, Any]) -> None:
     shutil.rmtree(cluster_dir / "etcd", ignore_errors=True)
 
 
+@contextlib.contextmanager
+def session(cluster_dir: Path = CLUSTER_DIR, *, keep: bool = False) -> Iterator[ControlPlane]:
+    """Use the control plane for the duration of the block (a pytest session).
+
+    Starts one if needed, disposable unless `keep`. Sessions may overlap (two pytest runs in
+    one checkout): each holds a shared lock on users.lock, and a disposable control plane is
+    stopped by whichever session ends last, never under another one's feet.
+    """
+    cluster_dir.mkdir(parents=True, exist_ok=True)
+    with (cluster_dir / "users.lock").open("a") as users:
+        fcntl.flock(users, fcntl.LOCK_SH)
+        plane = start(cluster_dir, disposable=not keep)
+        try:
+            yield plane
+        finally:
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _log("the control plane is still used by another session; leaving it running")
+            else:
+                with _file_lock(cluster_dir / "lock"):
+                    state = _load_state(cluster_dir)
+                    if state and state.get("disposable") and state["server"] == plane.server:
+                        _stop_recorded(cluster_dir, state)
+
+
 def stop(cluster_dir: Path = CLUSTER_DIR) -> bool:
     """Stop the control plane recorded in `cluster_dir`; False when none was recorded.
 
@@ -827,6 +866,9 @@ def main(argv: list[str] | None = None) -> int:
     ):
         commands.add_parser(name, help=text).set_defaults(handler=handler)
     args = parser.parse_args(argv)
+    # Unwind on SIGTERM as on Ctrl-C: a build in progress kills `go build` and removes its
+    # temporary directory, a start in progress stops what it already started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         return int(args.handler(args))
     except (RuntimeError, subprocess.CalledProcessError) as error:
