@@ -176,9 +176,11 @@ def test_operator_rbac_is_least_privilege(renderings: dict[str, list[Manifest]])
         assert _grants(cluster_role, "customresourcedefinitions") == {"get", "list", "watch"}
         # Cluster-wide watching needs no namespace access (kopf only lists them for patterns).
         assert not _grants(cluster_role, "namespaces"), variant
-        # Services (ExternalName aliases beside Ingresses) only in Ingress mode.
+        # Services are read everywhere (stale aliases are found by label) but written only
+        # in Ingress mode, where ExternalName aliases of the gate sit beside the Ingresses.
         ingress = VARIANTS[variant].get("route", {}).get("kind") == "Ingress"
-        assert bool(_grants(cluster_role, "services")) == ingress, variant
+        writes = {"create", "patch", "delete"} if ingress else set()
+        assert _grants(cluster_role, "services") == {"get", "list", "watch"} | writes, variant
         peering = VARIANTS[variant].get("operator", {}).get("peering", {}).get("enabled", False)
         assert bool(_grants(cluster_role, "clusterkopfpeerings")) == peering, variant
 
@@ -195,7 +197,7 @@ def test_operator_environment_follows_the_settings_contract(
     assert env["TOLLPLANE_GATE_MODE"] == "proxy"
     assert env["TOLLPLANE_HEALTH_PORT"] == "8081"
     assert env["TOLLPLANE_PEERING"] == ""
-    assert env["TOLLPLANE_LOG_LEVEL"] == "info"
+    assert env["TOLLPLANE_LOG_LEVEL"] == "INFO"
 
     ingress = container_env(one(renderings["forward-auth"], "Deployment", "operator"), NAMESPACE)
     assert ingress["TOLLPLANE_ROUTE_KIND"] == "Ingress"
@@ -218,6 +220,7 @@ def test_gate_environment_ports_and_service(renderings: dict[str, list[Manifest]
     assert env["TOLLPLANE_NAMESPACE"] == NAMESPACE
     assert env["TOLLPLANE_GATE_PORT"] == "8080"
     assert env["TOLLPLANE_ADMIN_PORT"] == "9090"
+    assert env["TOLLPLANE_LOG_LEVEL"] == "info"  # the gate's --log-level takes lower case
     assert "TOLLPLANE_REDIS_URL" not in env
     container = gate["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == ["gate"]
