@@ -3,7 +3,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Go (for the pinned control plane build) lives in /usr/local/go on these machines.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH):/usr/local/go/bin
 
 .PHONY: help venv system-deps toolchain cluster cluster-down lint typecheck layers crds test test-fast demo bench bench-gate bench-operator clean
 
@@ -21,10 +22,10 @@ venv: $(VENV)/.installed ## Create .venv with Tollplane and its dev tools
 system-deps: ## Install Debian packages the tests need (redis-server)
 	@command -v redis-server >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
-toolchain: venv ## Build (or reuse) kube-apiserver, etcd, kubectl and helm from pinned Go modules
+toolchain: venv ## Build (or reuse) kube-apiserver, kube-controller-manager, etcd, kubectl, helm from pinned Go modules
 	$(PY) tests/support/controlplane.py build
 
-cluster: toolchain ## Start kube-apiserver + etcd on loopback; writes .cluster/kubeconfig
+cluster: toolchain ## Start etcd, kube-apiserver, kube-controller-manager on loopback; writes .cluster/kubeconfig
 	$(PY) tests/support/controlplane.py up
 
 cluster-down: venv ## Stop the local control plane
