@@ -33,6 +33,13 @@ def _env(name: str, default: str | None = None) -> str | None:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Declare the operator's flags (each also read from a TOLLPLANE_* variable)."""
+    add_compile_arguments(parser)
+    add_runtime_arguments(parser)
+
+
+def add_compile_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags that change what is compiled (shared with commands that compile files);
+    :func:`settings_from` turns them into :class:`Settings`."""
     namespace = _env("TOLLPLANE_NAMESPACE", _env("POD_NAMESPACE", DEFAULT_NAMESPACE))
     parser.add_argument(
         "--namespace",
@@ -84,6 +91,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=_env("TOLLPLANE_PUBLIC_SCHEME", "https"),
         help="scheme of the URLs shown in status (TOLLPLANE_PUBLIC_SCHEME)",
     )
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of the running operator only."""
     parser.add_argument(
         "--debounce-seconds",
         type=float,

@@ -31,6 +31,7 @@ from tollplane.api.shards import (
 )
 from tollplane.compile import Desired, Invalid, Settings, Snapshot, compile_all, statuses
 from tollplane.compile.compiler import object_ref
+from tollplane.compile.objects import stamped
 from tollplane.compile.snapshot import (
     ANNOTATION_APPLIED,
     ANNOTATION_OWNER,
@@ -79,6 +80,7 @@ class Live:
     objects: dict[Ref, dict[str, Any]] = field(default_factory=dict)
     secrets: list[dict[str, Any]] = field(default_factory=list)
     index_revision: str | None = None
+    index_previous: str | None = None
 
 
 class Publisher:
@@ -212,6 +214,7 @@ class Publisher:
             live.objects[Ref.of(item)] = item
             if item["metadata"]["name"] == INDEX_NAME:
                 live.index_revision = (item.get("data") or {}).get("revision")
+                live.index_previous = (item.get("data") or {}).get("previous")
         for kind in ROUTE_KINDS:
             for item in self.kube.list(kind, None, MANAGED):
                 live.objects[Ref.of(item)] = item
@@ -245,7 +248,8 @@ class Publisher:
                 log.warning("could not write %s: %s", object_ref(manifest), message)
                 return "failed"
 
-        todo = [m for m in desired.objects if _changed(m, live.objects.get(Ref.of(m)))]
+        objects = [_with_previous(m, desired, live) for m in desired.objects]
+        todo = [m for m in objects if _changed(m, live.objects.get(Ref.of(m)))]
         # Shards before the index that names them, so a gate never sees a dangling index.
         index = [m for m in todo if _component(m) == COMPONENT_INDEX]
         before = [m for m in todo if _component(m) != COMPONENT_INDEX and m["kind"] != "HTTPRoute"]
@@ -259,7 +263,7 @@ class Publisher:
     async def _prune(self, desired: Desired, live: Live, stats: Stats) -> None:
         """Delete objects the operator wrote that nobody wants any more."""
         wanted = {Ref.of(m) for m in desired.objects}
-        keep_revisions = {desired.policy.revision, live.index_revision}
+        keep_revisions = {desired.policy.revision, _previous(desired, live)}
         doomed: list[Ref] = []
         for ref, item in live.objects.items():
             if ref in wanted:
@@ -369,6 +373,23 @@ class Publisher:
             log.warning("could not post event on %s %s: %s", update.kind, update.key, exc)
             return 0
         return 1
+
+
+def _previous(desired: Desired, live: Live) -> str | None:
+    """The revision published before the one being published now."""
+    if live.index_revision != desired.policy.revision:
+        return live.index_revision
+    return live.index_previous
+
+
+def _with_previous(manifest: dict[str, Any], desired: Desired, live: Live) -> dict[str, Any]:
+    """The policy index names the previous revision too, whose shards are kept: gates that
+    are still loading it find them, and a restarted operator knows what to keep (so it
+    deletes nothing)."""
+    previous = _previous(desired, live)
+    if _component(manifest) != COMPONENT_INDEX or previous is None:
+        return manifest
+    return stamped({**manifest, "data": {**manifest["data"], "previous": previous}})
 
 
 def _component(manifest: Mapping[str, Any]) -> str:
