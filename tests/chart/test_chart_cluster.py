@@ -28,10 +28,12 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from support.chart import (
+    CHART_DIR,
     Manifest,
     can_i,
     container_env,
     free_port,
+    helm,
     one,
     render,
     run_tollplane,
@@ -337,6 +339,15 @@ def test_gate_loads_the_policy_with_its_service_account(
         core.delete_namespaced_config_map(configmap["metadata"]["name"], ns)
 
 
+def _secret(kube: client.ApiClient, name: str, namespace: str) -> Any:
+    try:
+        return client.CoreV1Api(kube).read_namespaced_secret(name, namespace)
+    except ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+
+
 def _example(path: str, kind: str, name: str) -> dict[str, Any]:
     for doc in yaml.safe_load_all((EXAMPLES / path).read_text()):
         if doc and doc["kind"] == kind and doc["metadata"]["name"] == name:
@@ -425,8 +436,10 @@ def test_operator_reconciles_an_example_with_its_service_account_and_the_gate_se
             reconciled = _ready(custom, "tenants", tenant_name)
             assert reconciled is not None
             assert reconciled["status"]["state"] == "Trial"
-            secret = client.CoreV1Api(kube).read_namespaced_secret(
-                f"tollplane-key-{tenant_name}-default", ns
+            secret = wait_for(
+                lambda: _secret(kube, f"tollplane-key-{tenant_name}-default", ns),
+                timeout=30,
+                what="the generated key Secret",
             )
             key = base64.b64decode(secret.data[SECRET_KEY_FIELD]).decode()
             # kopf degrades quietly (a warning) when it may not list or watch something.
@@ -448,3 +461,40 @@ def test_operator_reconciles_an_example_with_its_service_account_and_the_gate_se
             kubectl(
                 control_plane, "delete", "--ignore-not-found", "--timeout=30s", "-f", str(manifest)
             )
+
+
+def test_helm_install_prints_next_steps_and_uninstall_keeps_the_crds(
+    control_plane: ControlPlane, kube: client.ApiClient, installed: Installed, helm_bin: Path
+) -> None:
+    """A real `helm install` (CRDs already present, so crds.install=false) and uninstall."""
+    release = unique_name("tphelm")
+    ns = installed.namespace
+    env = control_plane.env()
+    out = helm(
+        helm_bin,
+        "install",
+        release,
+        str(CHART_DIR),
+        "-n",
+        ns,
+        "--set",
+        "crds.install=false",
+        env=env,
+    )
+    try:
+        assert "STATUS: deployed" in out
+        # NOTES: what to check and what to apply next, with this release's names.
+        assert f"deployment/{release}-tollplane-operator" in out
+        assert "kubectl apply -f examples/" in out
+        assert f"port-forward service/{release}-tollplane-gate" in out
+        apps = client.AppsV1Api(kube)
+        operator = apps.read_namespaced_deployment(f"{release}-tollplane-operator", ns)
+        assert operator.spec.strategy.type == "Recreate"
+    finally:
+        helm(helm_bin, "uninstall", release, "-n", ns, "--wait=false", env=env)
+    rbac = client.RbacAuthorizationV1Api(kube)
+    with pytest.raises(ApiException) as gone:
+        rbac.read_cluster_role(f"{release}-tollplane-operator")
+    assert gone.value.status == 404
+    # The CRDs (and so every Api, BillingPlan and Tenant) survive an uninstall.
+    client.ApiextensionsV1Api(kube).read_custom_resource_definition("tenants.tollplane.io")
