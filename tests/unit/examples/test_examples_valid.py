@@ -22,6 +22,7 @@ from tollplane.api.base import Resource
 from tollplane.api.keys import SECRET_KEY_FIELD
 from tollplane.api.plans import BillingPlan
 from tollplane.api.tenants import BillingState, SubscriptionState, Tenant
+from tollplane.compile.compiler import billing_state as compiled_billing_state
 
 REPO = Path(__file__).resolve().parents[3]
 EXAMPLES = REPO / "examples"
@@ -216,6 +217,12 @@ def test_tenant_is_in_the_state_its_annotations_promise_today(name: str) -> None
         f"tenant {name} is {actual} on {now:%Y-%m-%d}, but examples promise {expected}: "
         "update its billing dates (examples/README.md, Dates)"
     )
+    # And the compiler (what the operator reports and the gate enforces) agrees, for a Tenant
+    # created just now as a fresh `kubectl apply` would be.
+    applied = tenant.model_copy(
+        update={"metadata": tenant.metadata.model_copy(update={"creation_timestamp": now})}
+    )
+    assert compiled_billing_state(applied, PLANS[tenant.spec.plan], now) == expected, name
     expected_subs = _expected_subscriptions(tenant)
     assert list(expected_subs) == [s.key for s in tenant.spec.subscriptions]
     for api_key, state in expected_subs.items():
