@@ -94,31 +94,30 @@ def installed(
     )
     values = {
         "route": {"kind": "HTTPRoute", "gateway": {"namespace": namespace, "name": "public"}},
+        # Peering on, so the operator below also proves the chart's kopf peering RBAC.
+        "operator": {"peering": {"enabled": True}},
         "logLevel": "debug",
     }
     manifests = render(helm_bin, values, release=release, namespace=namespace)
-    rendered = tmp_path_factory.mktemp("chart") / "rendered.yaml"
-    rendered.write_text(yaml.safe_dump_all(manifests))
-    kubectl(
-        control_plane,
-        "apply",
-        "--server-side",
-        "--force-conflicts",
-        "--field-manager=tollplane-chart-test",
-        "-f",
-        str(rendered),
-    )
-    kubectl(
-        control_plane,
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        *(
-            f"crd/{m['metadata']['name']}"
-            for m in manifests
-            if m["kind"] == "CustomResourceDefinition"
-        ),
-    )
+    workdir = tmp_path_factory.mktemp("chart")
+    crds = [m for m in manifests if m["kind"] == "CustomResourceDefinition"]
+    rest = [m for m in manifests if m["kind"] != "CustomResourceDefinition"]
+    # CRDs first, as Helm does: the ClusterKopfPeering object needs its CRD to be served.
+    for step, docs in (("crds", crds), ("objects", rest)):
+        path = workdir / f"{step}.yaml"
+        path.write_text(yaml.safe_dump_all(docs))
+        kubectl(
+            control_plane,
+            "apply",
+            "--server-side",
+            "--force-conflicts",
+            "--field-manager=tollplane-chart-test",
+            "-f",
+            str(path),
+        )
+        if step == "crds":
+            names = [f"crd/{m['metadata']['name']}" for m in crds]
+            kubectl(control_plane, "wait", "--for=condition=Established", "--timeout=60s", *names)
     yield Installed(release, namespace, manifests)
     # Cluster-scoped RBAC goes explicitly; the namespace takes everything else with it.
     rbac = client.RbacAuthorizationV1Api(kube)
@@ -129,6 +128,10 @@ def installed(
                 rbac.delete_cluster_role_binding(name)
             elif manifest["kind"] == "ClusterRole":
                 rbac.delete_cluster_role(name)
+            elif manifest["kind"] == "ClusterKopfPeering":
+                client.CustomObjectsApi(kube).delete_cluster_custom_object(
+                    "kopf.dev", "v1", "clusterkopfpeerings", name
+                )
     with contextlib.suppress(ApiException):
         core.delete_namespace(namespace)
 
@@ -446,6 +449,16 @@ def test_operator_reconciles_an_example_with_its_service_account_and_the_gate_se
             log = operator.output(2000)
             assert "Not enough permissions" not in log, log
             assert "Forbidden" not in log, log
+            # kopf keeps itself alive in the chart's ClusterKopfPeering (patch permission).
+            peering = one(installed.manifests, "ClusterKopfPeering")["metadata"]["name"]
+            peers = wait_for(
+                lambda: custom.get_cluster_custom_object(
+                    "kopf.dev", "v1", "clusterkopfpeerings", peering
+                ).get("status"),
+                timeout=30,
+                what="a kopf keep-alive in the ClusterKopfPeering",
+            )
+            assert len(peers) == 1, peers
 
             with run_tollplane("gate", _gate_args(installed), gate_env, tmp_path) as gate:
                 _wait_http(f"http://127.0.0.1:{admin}/readyz", 30, gate)
