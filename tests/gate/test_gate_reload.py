@@ -80,9 +80,9 @@ def test_bad_policy_keeps_the_old_one(scratch: Path, policy: Policy) -> None:
             '{"routes": [{"api": "x"}]}',  # fails validation
             Policy(routes=[bad_upstream]).sealed().model_dump_json(),  # validates, cannot serve
         ):
+            before = httpx.get(gate.admin_url + "/readyz").json()["loadErrors"]
             path.write_text(text)
             deadline = time.monotonic() + 5
-            before = httpx.get(gate.admin_url + "/readyz").json()["loadErrors"]
             while httpx.get(gate.admin_url + "/readyz").json()["loadErrors"] == before:
                 assert time.monotonic() < deadline
                 time.sleep(0.02)
