@@ -163,23 +163,28 @@ def test_edits_hot_swap_and_broken_manifests_keep_the_last_good_policy(dev: Dev)
 
 def test_render_prints_objects_with_secrets_redacted() -> None:
     result = subprocess.run(
-        [*TOLLPLANE, "render", "examples"], capture_output=True, text=True, cwd=REPO, check=False
+        [*TOLLPLANE, "render", "examples", "--gateway", "gateway-system/public"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert "kind: HTTPRoute" in result.stdout
+    assert "namespace: gateway-system" in result.stdout
     assert "name: tollplane-policy" in result.stdout
     assert "tp_demo_globex_migrated_0001" not in result.stdout
     # Generated key Secrets appear, with their value redacted.
     assert "name: tollplane-key-acme-default" in result.stdout
     assert "<redacted>" in result.stdout
     policy = subprocess.run(
-        [*TOLLPLANE, "render", "examples", "--policy"],
+        [*TOLLPLANE, "render", "examples", "--gateway", "gateway-system/public", "--policy"],
         capture_output=True,
         text=True,
         cwd=REPO,
         check=False,
     )
-    assert policy.returncode == 0
+    assert policy.returncode == 0, policy.stderr
     assert '"revision"' in policy.stdout
     assert "tollplane-examples/weather-v2" in policy.stdout
 
@@ -195,3 +200,13 @@ def test_render_reports_what_would_not_be_ready(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "Tenant lost: not Ready: PlanNotFound" in result.stderr
     assert "BillingPlan no-such-plan does not exist" in result.stderr
+
+
+def test_render_without_a_gateway_says_how_to_name_one() -> None:
+    result = subprocess.run(
+        [*TOLLPLANE, "render", "examples"], capture_output=True, text=True, cwd=REPO, check=False
+    )
+    assert result.returncode == 1
+    assert "kind: HTTPRoute" not in result.stdout
+    assert "NoGateway" in result.stderr
+    assert "--gateway NAMESPACE/NAME" in result.stderr
