@@ -7,11 +7,7 @@ carry a random suffix so that tests (and sessions) never collide.
 from __future__ import annotations
 
 import base64
-import signal
-import socket
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from string import Template
@@ -24,83 +20,13 @@ from kubernetes.client.rest import ApiException
 
 from support.controlplane import REPO, ControlPlane
 from support.kube import kubectl, unique_name, wait_for
+from support.operator_process import TOLLPLANE, OperatorProcess
 from tollplane.api.keys import hash_key
 from tollplane.api.shards import INDEX_NAME, SHARD_BYTES, assemble, shard_bytes
 
 pytestmark = pytest.mark.cluster
 MANIFESTS = Path(__file__).parent / "manifests"
-TOLLPLANE = str(Path(sys.executable).with_name("tollplane"))
 GROUP, VERSION = "tollplane.io", "v1alpha1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OperatorProcess:
-    """`tollplane operator` in a subprocess, logging to a file."""
-
-    def __init__(self, control_plane: ControlPlane, namespace: str, log: Path):
-        self.control_plane = control_plane
-        self.namespace = namespace
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        args = [
-            TOLLPLANE,
-            "operator",
-            "--namespace",
-            self.namespace,
-            "--gateway",
-            "infra/public",
-            "--health-port",
-            str(_free_port()),
-            "--debounce-seconds",
-            "0.2",
-            "--resync-seconds",
-            "600",
-        ]
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                args, env=self.control_plane.env(), stdout=out, stderr=subprocess.STDOUT
-            )
-        self.wait_published(previous=self.publishes())
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
-
-    def publishes(self) -> list[str]:
-        text = self.log.read_text() if self.log.exists() else ""
-        return [line for line in text.splitlines() if "published revision" in line]
-
-    def wait_quiet(self, seconds: float = 3, timeout: float = 60) -> None:
-        """Wait until no publish happened for ``seconds``."""
-        deadline = time.monotonic() + timeout
-        count = len(self.publishes())
-        quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < seconds:
-            assert time.monotonic() < deadline, "the operator never settled"
-            time.sleep(0.2)
-            if len(self.publishes()) != count:
-                count, quiet_since = len(self.publishes()), time.monotonic()
-
-    def wait_published(self, previous: list[str], timeout: float = 30) -> str:
-        def probe() -> str | None:
-            assert self.proc is None or self.proc.poll() is None, self.log.read_text()[-3000:]
-            lines = self.publishes()
-            return lines[-1] if len(lines) > len(previous) else None
-
-        return wait_for(probe, timeout=timeout, what="a publish")
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from support.counter_cases import CASES, T0, bucket, fixed
+from support.counter_cases import CASES, bucket, clock, fixed
 from tollplane.gate.counters import Counters, CountersUnavailable, RedisCounters
 
 pytestmark = pytest.mark.redis
@@ -34,10 +34,11 @@ def test_atomic_across_replicas(redis_server) -> None:
     pass, and the denied calls consumed nothing in the bucket."""
 
     async def run() -> tuple[int, int]:
+        t0 = clock()
         a, b = RedisCounters(redis_server.url), RedisCounters(redis_server.url)
         checks = (fixed("q:{t}", 150), bucket("r:{t}", 1000, 1000.0))
-        results = await asyncio.gather(*(s.check(checks, T0) for s in [a, b] * 200))
-        after = await a.check((bucket("r:{t}", 1000, 1000.0),), T0)
+        results = await asyncio.gather(*(s.check(checks, t0) for s in [a, b] * 200))
+        after = await a.check((bucket("r:{t}", 1000, 1000.0),), t0)
         await a.close()
         await b.close()
         return sum(all(r.fits for r in res) for res in results), after[0].remaining
@@ -49,20 +50,21 @@ def test_atomic_across_replicas(redis_server) -> None:
 
 def test_unreachable_fails_fast_then_recovers(redis_server) -> None:
     async def run() -> None:
+        t0 = clock()
         store = RedisCounters(redis_server.url, retry_interval=0.3)
         check = (fixed("q:{t}", 10),)
-        assert (await store.check(check, T0))[0].remaining == 9
+        assert (await store.check(check, t0))[0].remaining == 9
         redis_server.kill()
         with pytest.raises(CountersUnavailable):
-            await store.check(check, T0)
+            await store.check(check, t0)
         started = time.monotonic()
         with pytest.raises(CountersUnavailable):  # within retry_interval: no network attempt
-            await store.check(check, T0)
+            await store.check(check, t0)
         assert time.monotonic() - started < 0.05
         redis_server.start()
         await asyncio.sleep(0.35)
         # Counters were lost with the process (no persistence): a fresh count.
-        assert (await store.check(check, T0))[0].remaining == 9
+        assert (await store.check(check, t0))[0].remaining == 9
         await store.close()
 
     asyncio.run(run())
