@@ -1,15 +1,14 @@
 """Proxy mode: forward an allowed call to its upstream and stream the answer back.
 
 One pooled httpx client serves every upstream (keep-alive connections are reused across
-calls).  Request and response bodies are streamed, never buffered.  Hop-by-hop headers are
-dropped both ways (RFC 9110 section 7.6.1), the credential header never leaves the gate, and
-headers that identify the caller to the upstream are set by the gate alone, so a client cannot
-forge them.
+calls), on the gate's own HTTP/1.1 transport (:mod:`tollplane.gate.upstream_http`).  Request
+and response bodies are streamed, never buffered.  Hop-by-hop headers are dropped both ways
+(RFC 9110 section 7.6.1), the credential header never leaves the gate, and headers that
+identify the caller to the upstream are set by the gate alone, so a client cannot forge them.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -19,6 +18,7 @@ from typing import Any
 import httpx
 
 from tollplane.api.reasons import Reason
+from tollplane.gate.upstream_http import UpstreamTransport
 
 log = logging.getLogger("tollplane.gate.proxy")
 
@@ -129,30 +129,26 @@ async def _body(receive: Receive, counter: Forwarded) -> AsyncIterator[bytes]:
 
 
 class Upstreams:
-    """Pooled HTTP clients shared by every upstream.
+    """One pooled HTTP client shared by every upstream.
 
-    Several independent httpx clients, used in turn: one httpx connection pool degrades
-    sharply with many concurrent requests (encode/httpx#3215; measured here: 1,400 req/s at
-    concurrency 1 but 300 at 32), while the same load spread over a few pools keeps the
-    throughput of a single request stream.
+    The client runs on :class:`UpstreamTransport` rather than httpcore: httpcore costs
+    several times the CPU of the gate's decision per call, and one of its pools collapses
+    under concurrency (encode/httpx#3215), which the gate used to work around with 16 clients.
+    The transport keeps one pool per upstream (host, port), so one client is enough.
     """
 
-    SHARDS = 16
-
     def __init__(self, max_connections: int = 1024, keepalive: int = 256) -> None:
-        self.clients = [
-            httpx.AsyncClient(
+        self.client = httpx.AsyncClient(
+            transport=UpstreamTransport(
                 limits=httpx.Limits(
-                    max_connections=max_connections // self.SHARDS,
-                    max_keepalive_connections=keepalive // self.SHARDS,
+                    max_connections=max_connections,
+                    max_keepalive_connections=keepalive,
                     keepalive_expiry=30.0,
-                ),
-                follow_redirects=False,  # a redirect is the upstream's answer to the client
-                trust_env=False,  # HTTP(S)_PROXY in the Pod must not reroute upstream traffic
-            )
-            for _ in range(self.SHARDS)
-        ]
-        self._turn = itertools.cycle(self.clients)
+                )
+            ),
+            follow_redirects=False,  # a redirect is the upstream's answer to the client
+            trust_env=False,  # HTTP(S)_PROXY in the Pod must not reroute upstream traffic
+        )
 
     async def forward(
         self,
@@ -173,7 +169,7 @@ class Upstreams:
         while the body streams can only cut the response short.
         """
         result = Forwarded(status=0)
-        client = next(self._turn)
+        client = self.client
         request = client.build_request(
             method,
             url,
@@ -216,5 +212,4 @@ class Upstreams:
 
     async def close(self) -> None:
         """Close pooled connections."""
-        for client in self.clients:
-            await client.aclose()
+        await self.client.aclose()
