@@ -66,8 +66,8 @@ def objects(apis: int = APIS, tenants: int = TENANTS) -> list[dict[str, Any]]:
                 "spec": {
                     "plan": ("free", "pro", "enterprise")[t % 3],
                     "subscriptions": [
-                        {"namespace": f"team-{(t + j) % 10}", "name": f"api-{(t * 7 + j) % apis}"}
-                        for j in range(5)
+                        {"namespace": f"team-{a % 10}", "name": f"api-{a}"}
+                        for a in ((t * 7 + j) % apis for j in range(5))
                     ],
                     "keys": [{"id": f"k{k}"} for k in range(KEYS)],
                     "billing": {"paidThrough": "2099-01-01T00:00:00Z"},
@@ -140,6 +140,7 @@ def _rss_mib(pid: int) -> tuple[float, float]:
 
 
 @pytest.mark.benchmark
+@pytest.mark.timeout(3600)  # the first publish writes ~50,000 objects
 def test_publish_at_scale(
     control_plane: Any,
     kube: Any,

@@ -1,7 +1,8 @@
 """The compiler's input: every Api, BillingPlan, Tenant and key Secret, plus settings and now.
 
-A :class:`Snapshot` is frozen plain data. The operator builds it from its kopf indexes; a
-command that works on a folder of manifests builds it from files. Nothing here does I/O.
+A :class:`Snapshot` is frozen plain data. The operator builds it from the objects its kopf
+handlers keep; a command that works on a folder of manifests builds it from files. Nothing
+here does I/O.
 """
 
 from __future__ import annotations

@@ -17,6 +17,8 @@ from kubernetes import client, config
 
 APPLY = "application/apply-patch+yaml"
 REQUEST_TIMEOUT = 30.0
+# Lists of PartialObjectMetadata: names, uids and labels without spec and status.
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 
 # kind -> (group/version, plural, namespaced) for everything the operator touches.
 KINDS: dict[str, tuple[str, str, bool]] = {
@@ -94,9 +96,10 @@ class Kube:
         query: list[tuple[str, str]] | None = None,
         body: Any = None,
         content_type: str = "application/json",
+        accept: str = "application/json",
     ) -> dict[str, Any]:
         """One call; returns the decoded JSON answer, raises :class:`KubeError`."""
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {"Accept": accept, "Content-Type": content_type}
         serialized = self.api.param_serialize(
             method=method,
             resource_path=resource_path,
@@ -117,12 +120,19 @@ class Kube:
         return decoded
 
     def list(
-        self, kind: str, namespace: str | None = None, selector: str | None = None
+        self,
+        kind: str,
+        namespace: str | None = None,
+        selector: str | None = None,
+        *,
+        metadata_only: bool = False,
     ) -> list[dict[str, Any]]:
-        """Every object of ``kind`` (in ``namespace``, or everywhere), page by page.
+        """Every object of ``kind`` (in ``namespace``, or everywhere), page by page; with
+        ``metadata_only``, only their metadata (a fraction of the bytes).
 
         A kind whose API is not installed (e.g. no Gateway API CRDs) lists as empty.
         """
+        accept = METADATA_LIST if metadata_only else "application/json"
         items: list[dict[str, Any]] = []
         query: list[tuple[str, str]] = [("limit", "500")]
         if selector:
@@ -131,13 +141,13 @@ class Kube:
         while True:
             page_query = [*query, ("continue", token)] if token else query
             try:
-                page = self.request("GET", path(kind, namespace), query=page_query)
+                page = self.request("GET", path(kind, namespace), query=page_query, accept=accept)
             except KubeError as exc:
                 if exc.status == 404:
                     return []
                 raise
             api_version, _, _ = KINDS[kind]
-            for item in page.get("items", []):
+            for item in page.get("items") or []:  # null in an empty metadata list
                 # List items carry no kind/apiVersion; the rest of the code relies on them.
                 item.setdefault("kind", kind)
                 item.setdefault("apiVersion", api_version)

@@ -150,7 +150,7 @@ def kopf_settings(args: argparse.Namespace) -> Any:
 
     settings = kopf.OperatorSettings()
     # Progress and diff-base in annotations, never in status: our CRD schema would prune
-    # kopf's status fields, and kopf would then re-run handlers forever. (Only indexes and
+    # kopf's status fields, and kopf would then re-run handlers forever. (Only
     # event handlers are registered, so kopf has nothing to store; this keeps it that way.)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=STORAGE_PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(

@@ -1,6 +1,6 @@
 """The publisher: one coalesced, level-based reconcile of everything at a time.
 
-kopf handlers only record objects in indexes and mark the world dirty. The publisher waits
+kopf handlers only record objects in stores and mark the world dirty. The publisher waits
 for dirt, lets a burst settle (debounce), then builds a Snapshot, compiles it, reads what the
 operator wrote before, and writes only the difference: server-side apply of changed objects,
 deletes of objects nobody wants, status of resources whose status changed, Events for
@@ -40,7 +40,7 @@ from tollplane.compile.snapshot import (
     secret_view,
 )
 from tollplane.compile.status import StatusUpdate, Transition, transitions
-from tollplane.controller.kube import Kube, KubeError, Ref, path
+from tollplane.controller.kube import Kube, KubeError, Ref
 
 log = logging.getLogger("tollplane.operator")
 T = TypeVar("T")
@@ -53,10 +53,11 @@ PARALLEL = 16
 
 @dataclass
 class Indexed:
-    """One custom resource as the indexes hold it: parsed, plus its raw status."""
+    """One custom resource as the operator holds it: parsed, plus its raw status and uid."""
 
     resource: Any  # Api | BillingPlan | Tenant | Invalid
     status: dict[str, Any] | None
+    uid: str = ""
 
 
 @dataclass
@@ -101,7 +102,6 @@ class Publisher:
         self.debounce = debounce
         self.resync = resync
         self.dirty = asyncio.Event()
-        self.ready = asyncio.Event()
         # Status this process wrote last, per resource uid: skips a second write while the
         # index has not yet seen the first one.
         self._written: dict[str, str] = {}
@@ -114,7 +114,7 @@ class Publisher:
 
     async def run(self) -> None:
         """Publish whenever dirty (and every ``resync`` seconds), forever."""
-        await self._wait_until_indexed()
+        await self.wait_until_synced()
         backoff = 1.0
         while True:
             # Periodic resync: time-based states (trials, grace) and Secret edits.
@@ -132,31 +132,33 @@ class Publisher:
                 backoff = min(backoff * 2, 60.0)
                 self.dirty.set()
 
-    async def _wait_until_indexed(self) -> None:
-        """Block until kopf has listed every kind at least once.
+    async def wait_until_synced(self, interval: float = 0.5) -> None:
+        """Block until the watch has delivered every Api, BillingPlan and Tenant that exists,
+        so the first publish never compiles (or prunes after) a half-known world.
 
-        kopf runs event handlers only after all indexes are populated, so the first event
-        marks readiness. When no Api, BillingPlan or Tenant exists there is no event at all;
-        then an empty cluster is confirmed by listing (an empty policy is still published,
-        so gates have one).
+        Lists the uids of each kind and waits until the source holds them all; lists again
+        while waiting, so an object deleted in between is not waited for.
         """
-        while not self.ready.is_set():
-            empty = await asyncio.to_thread(self._nothing_exists)
-            if empty and not self.ready.is_set():
-                self.ready.set()
+        while True:
+            try:
+                missing = await asyncio.to_thread(self._missing)
+            except Exception as exc:  # never die before the first publish: retry
+                log.warning("cannot list Apis, BillingPlans and Tenants yet: %s", exc)
+                missing = -1
+            if missing == 0:
                 self.touch()
                 return
-            try:
-                await asyncio.wait_for(self.ready.wait(), timeout=2.0)
-            except TimeoutError:
-                continue
+            await asyncio.sleep(interval)
 
-    def _nothing_exists(self) -> bool:
-        for kind in ("Api", "BillingPlan", "Tenant"):
-            page = self.kube.request("GET", path(kind), query=[("limit", "1")])
-            if page.get("items"):
-                return False
-        return True
+    def _missing(self) -> int:
+        """How many existing resources the source has not seen yet."""
+        known = {item.uid for store in self.source() for item in store.values()}
+        listed = {
+            item["metadata"]["uid"]
+            for kind in ("Api", "BillingPlan", "Tenant")
+            for item in self.kube.list(kind, None, metadata_only=True)
+        }
+        return len(listed - known)
 
     # ------------------------------------------------------------------ one publish
 
