@@ -57,6 +57,7 @@ bench: bench-gate bench-operator ## All benchmarks (not part of `make test`)
 
 bench-gate: venv system-deps ## Gate throughput/latency vs direct and nginx (wrk); writes .bench/gate.md
 	@{ command -v wrk && { command -v nginx || test -x /usr/sbin/nginx; }; } >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light >/dev/null; }
+	@test -x $(VENV)/bin/granian || $(PY) -m pip install --quiet -e '.[dev,bench]'
 	pytest -m benchmark tests/benchmarks/test_gate_bench.py -s
 
 bench-operator: venv system-deps toolchain ## Compile/publish time and memory at 1,000 Apis x 10,000 tenants

@@ -4,13 +4,15 @@ One run measures, with wrk at a fixed concurrency against a local nginx upstream
 answers a static 200: the upstream directly, nginx proxy_pass, the gate in proxy mode and
 the gate's check endpoint; the gate with 1 and 10,000 tenants (wrk rotates through every
 tenant's key) and with in-memory and Redis counters; and the gate's HTTP stack candidates
-(uvicorn + uvloop + httptools, the default, vs uvicorn + asyncio + h11).
+(uvicorn + uvloop + httptools, the default, vs uvicorn + asyncio + h11, and granian, the
+Rust HTTP server, running the same ASGI app on uvloop).
 
 Results are printed as a Markdown table and written to .bench/gate.md.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -191,6 +193,51 @@ from tollplane.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
+# The other candidate: the same GateApp served by granian (HTTP in Rust, the app on uvloop).
+GRANIAN_APP = """
+import os
+from pathlib import Path
+from tollplane.gate import accesslog
+from tollplane.gate.app import GateApp
+from tollplane.gate.counters import MemoryCounters
+from tollplane.gate.loader import FileSource, PolicyHolder
+from tollplane.gate.metrics import Metrics
+from tollplane.gate.proxy import Upstreams
+from tollplane.gate.settings import Settings
+
+accesslog.setup()
+gate = None
+
+async def app(scope, receive, send):
+    global gate
+    if scope["type"] != "lifespan":
+        return await gate(scope, receive, send)
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            settings, holder = Settings(policy_source=os.environ["BENCH_POLICY"]), PolicyHolder()
+            FileSource(Path(settings.policy_source), holder).start()
+            gate = GateApp(settings, holder, counters=MemoryCounters(), upstreams=Upstreams(),
+                           metrics=Metrics(holder))
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+"""
+
+
+@contextlib.contextmanager
+def _candidate(name: str, args: list[str], env: dict[str, str], ready: str) -> Iterator[None]:
+    """Run a gate candidate process (stdout, the access log, to a file) until the block ends."""
+    with (REPO / ".bench" / f"{name}.log").open("wb") as log:
+        proc = subprocess.Popen(args, stdout=log, env={**os.environ, **env}, cwd=REPO)
+        try:
+            _wait(ready)
+            yield
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
 
 def test_gate_benchmark(tmp_path: Path, upstream: str) -> None:
     results: list[Result] = []
@@ -228,35 +275,34 @@ def test_gate_benchmark(tmp_path: Path, upstream: str) -> None:
     finally:
         redis.kill()
 
-    # HTTP stack candidate: same gate on uvicorn + asyncio + h11 (1 tenant, memory).
+    # HTTP stack candidates, 1 tenant, memory: uvicorn + asyncio + h11, and granian.
+    (REPO / ".bench").mkdir(exist_ok=True)
     runner = tmp_path / "h11_gate.py"
     runner.write_text(H11_RUNNER)
     port, admin = free_port(), free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(runner),
-            "gate",
-            "--policy-source",
-            str(tmp_path / "p1"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--admin-port",
-            str(admin),
-        ],
-        stdout=subprocess.DEVNULL,
-        cwd=REPO,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{admin}/readyz")
-        results.append(
-            wrk("gate proxy (1 tenant, memory) on asyncio + h11", f"http://127.0.0.1:{port}/", one)
-        )
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    h11_args = [sys.executable, str(runner), "gate", "--policy-source", str(tmp_path / "p1")]
+    h11_args += ["--host", "127.0.0.1", "--port", str(port), "--admin-port", str(admin)]
+    with _candidate("h11", h11_args, {}, f"http://127.0.0.1:{admin}/readyz"):
+        name = "gate proxy (1 tenant, memory) on asyncio + h11"
+        results.append(wrk(name, f"http://127.0.0.1:{port}/", one))
+    (tmp_path / "granian_gate.py").write_text(GRANIAN_APP)
+    port = free_port()
+    granian = [
+        str(Path(sys.executable).with_name("granian")),
+        "--interface",
+        "asgi",
+        "--loop",
+        "uvloop",
+        "--workers",
+        "1",
+    ]
+    granian += ["--host", "127.0.0.1", "--port", str(port), "--no-ws", "--working-dir"]
+    granian += [str(tmp_path), "granian_gate:app"]
+    env = {"BENCH_POLICY": str(tmp_path / "p1")}
+    with _candidate("granian", granian, env, f"http://127.0.0.1:{port}/_tollplane/check/"):
+        for kind, path in (("proxy", "/"), ("check", "/_tollplane/check/")):
+            name = f"gate {kind} (1 tenant, memory) on granian + uvloop"
+            results.append(wrk(name, f"http://127.0.0.1:{port}{path}", one))
 
     direct = results[0]
     lines = [
