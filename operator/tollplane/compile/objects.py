@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import Any
+
+import orjson
 
 from tollplane.api.base import API_VERSION, Resource
 from tollplane.compile.snapshot import (
@@ -57,10 +58,12 @@ def owner_reference(owner: Resource) -> dict[str, Any]:
 
 
 def content_hash(manifest: dict[str, Any]) -> str:
-    """Stable hash of a manifest (what the operator would apply), for change detection."""
-    return hashlib.sha256(
-        json.dumps(manifest, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()[:16]
+    """Stable hash of a manifest (what the operator would apply), for change detection.
+
+    orjson with sorted keys gives the bytes of compact, key-sorted ``json.dumps`` for ASCII
+    content, an order of magnitude faster: 30,000 key Secrets are hashed on every publish.
+    """
+    return hashlib.sha256(orjson.dumps(manifest, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
 
 
 def stamped(manifest: dict[str, Any]) -> dict[str, Any]:
