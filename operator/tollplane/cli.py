@@ -9,6 +9,7 @@ loads kopf and ``tollplane crds`` starts instantly.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import sys
 from collections.abc import Sequence
@@ -25,6 +26,8 @@ class Command(Protocol):
 
     def run(self, args: argparse.Namespace) -> int: ...  # pragma: no cover
 
+
+GC_THRESHOLDS = (50_000, 20, 100)
 
 # name -> (module, one-line help). Order is the order shown by --help.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -106,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2
+    # Every command holds a large, long-lived world (the operator its resources, the gate its
+    # policy index) beside many short-lived objects; at the default thresholds the cyclic GC
+    # rescans that world over and over (measured: a third of compile time at 10,000 tenants).
+    gc.set_threshold(*GC_THRESHOLDS)
     return int(args.func(args))
 
 

@@ -339,6 +339,10 @@ def run(args: argparse.Namespace) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    if args.log_level != "debug":
+        # Three uvicorn servers (gate, admin, demo upstream) would each announce themselves;
+        # the banner below says where everything listens.
+        logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
     if args.access_log:
         accesslog.setup()
     else:
