@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import httpx
@@ -109,6 +110,37 @@ def test_allowed_call_reaches_upstream_cleaned(
     assert r.headers["x-request-id"] == "caller-id-1"
     assert r.headers["ratelimit-policy"] == '"rate";q=1000;w=1'
     assert r.headers["ratelimit"].startswith('"rate";r=')
+
+
+def test_upstream_cookies_are_never_shared_between_callers(client: httpx.Client) -> None:
+    """The gate forwards Set-Cookie to its caller and keeps no cookie jar of its own: one
+    tenant's session cookie must never ride along on another tenant's call."""
+    login = call(client, "/orders/login", "acme")
+    assert login.headers["set-cookie"] == "session=acme; Path=/"
+    client.cookies.clear()
+    other = call(client, "/orders/after", "paidup")
+    assert other.status_code == 200
+    assert "cookie" not in other.json()["headers"]
+
+
+def test_gate_adds_no_client_default_headers(gate: Gate) -> None:
+    """A caller that sends no Accept-Encoding or User-Agent reaches the upstream without
+    them: an injected `Accept-Encoding: gzip` would get it a compressed body it never asked
+    for."""
+    raw = (
+        f"GET /orders/bare HTTP/1.1\r\nHost: 127.0.0.1:{gate.port}\r\n"
+        f"Authorization: Bearer {key_of('acme')}\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gate.port), timeout=10) as sock:
+        sock.sendall(raw.encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    seen = json.loads(body)["headers"]
+    for name in ("accept-encoding", "user-agent", "accept", "cookie"):
+        assert name not in seen, (name, seen)
 
 
 def test_request_body_streams_both_ways(client: httpx.Client, gate: Gate) -> None:

@@ -80,7 +80,8 @@ class Upstream:
         return f"http://127.0.0.1:{self.port}"
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        """ASGI: /slow?s=N sleeps; /stream sends 5 chunks; /status/N answers N; else echo."""
+        """ASGI: /slow?s=N sleeps; /stream sends 5 chunks; /status/N answers N; else echo
+        (with a session cookie for the caller under /login)."""
         if scope["type"] != "http":
             return
         body = b""
@@ -131,6 +132,11 @@ class Upstream:
                     (b"x-upstream", b"echo"),
                     (b"connection", b"keep-alive, x-upstream-hop"),
                     (b"x-upstream-hop", b"must-not-pass"),
+                    *(
+                        [(b"set-cookie", b"session=" + headers_tenant(scope) + b"; Path=/")]
+                        if path.endswith("/login")
+                        else []
+                    ),
                 ],
             }
         )
@@ -156,6 +162,11 @@ class Upstream:
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(10)
+
+
+def headers_tenant(scope: dict[str, Any]) -> bytes:
+    """The tenant the gate named in the request it forwarded."""
+    return dict(scope["headers"]).get(b"x-tollplane-tenant", b"nobody")
 
 
 # --- gate process ---------------------------------------------------------------------------

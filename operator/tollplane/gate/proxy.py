@@ -1,10 +1,12 @@
 """Proxy mode: forward an allowed call to its upstream and stream the answer back.
 
-One pooled httpx client serves every upstream (keep-alive connections are reused across
-calls), on the gate's own HTTP/1.1 transport (:mod:`tollplane.gate.upstream_http`).  Request
-and response bodies are streamed, never buffered.  Hop-by-hop headers are dropped both ways
-(RFC 9110 section 7.6.1), the credential header never leaves the gate, and headers that
-identify the caller to the upstream are set by the gate alone, so a client cannot forge them.
+One pooled transport serves every upstream (keep-alive connections are reused across
+calls): the gate's own HTTP/1.1 transport for httpx (:mod:`tollplane.gate.upstream_http`),
+called without an httpx client, so no cookie jar or default headers stand between callers
+and upstreams.  Request and response bodies are streamed, never buffered.  Hop-by-hop
+headers are dropped both ways (RFC 9110 section 7.6.1), the credential header never leaves the
+gate, and headers that identify the caller to the upstream are set by the gate alone, so a
+client cannot forge them.
 """
 
 from __future__ import annotations
@@ -129,25 +131,24 @@ async def _body(receive: Receive, counter: Forwarded) -> AsyncIterator[bytes]:
 
 
 class Upstreams:
-    """One pooled HTTP client shared by every upstream.
+    """The connection pools shared by every upstream.
 
-    The client runs on :class:`UpstreamTransport` rather than httpcore: httpcore costs
-    several times the CPU of the gate's decision per call, and one of its pools collapses
-    under concurrency (encode/httpx#3215), which the gate used to work around with 16 clients.
-    The transport keeps one pool per upstream (host, port), so one client is enough.
+    Calls go straight to :class:`UpstreamTransport` (httpx's transport API), not through an
+    ``httpx.AsyncClient``: a client keeps a cookie jar, which would replay one caller's
+    upstream session cookie on every other caller's request, and adds its default headers
+    (``Accept-Encoding: gzip``, ``User-Agent``), which would change what the upstream answers.
+    The gate also needs none of a client's redirects, auth or proxy settings. The transport
+    replaces httpcore, which cost several times the CPU of the gate's decision per call and
+    whose pool collapses under concurrency (encode/httpx#3215).
     """
 
     def __init__(self, max_connections: int = 1024, keepalive: int = 256) -> None:
-        self.client = httpx.AsyncClient(
-            transport=UpstreamTransport(
-                limits=httpx.Limits(
-                    max_connections=max_connections,
-                    max_keepalive_connections=keepalive,
-                    keepalive_expiry=30.0,
-                )
-            ),
-            follow_redirects=False,  # a redirect is the upstream's answer to the client
-            trust_env=False,  # HTTP(S)_PROXY in the Pod must not reroute upstream traffic
+        self.transport = UpstreamTransport(
+            limits=httpx.Limits(
+                max_connections=max_connections,
+                max_keepalive_connections=keepalive,
+                keepalive_expiry=30.0,
+            )
         )
 
     async def forward(
@@ -169,17 +170,17 @@ class Upstreams:
         while the body streams can only cut the response short.
         """
         result = Forwarded(status=0)
-        client = self.client
-        request = client.build_request(
+        request = httpx.Request(
             method,
             url,
             headers=headers,
             content=_body(receive, result) if has_body else None,
-            timeout=httpx.Timeout(timeout_seconds),
+            extensions={"timeout": httpx.Timeout(timeout_seconds).as_dict()},
         )
         started = time.perf_counter()
         try:
-            response = await client.send(request, stream=True)
+            response = await self.transport.handle_async_request(request)
+            response.request = request
         except httpx.TimeoutException as exc:
             result.error, result.error_detail = Reason.UPSTREAM_TIMEOUT, type(exc).__name__
             return result
@@ -212,4 +213,4 @@ class Upstreams:
 
     async def close(self) -> None:
         """Close pooled connections."""
-        await self.client.aclose()
+        await self.transport.aclose()
