@@ -55,8 +55,10 @@ class Operator:
         for plural in PLURALS:
             store = self.stores[plural]
 
+            # async: kopf runs sync handlers in a thread pool, and the publisher's asyncio
+            # Event must be set from the loop (it is not thread-safe).
             @kopf.on.event(GROUP, VERSION, plural, id=f"{plural}_changed", registry=registry)
-            def changed(
+            async def changed(
                 event: Mapping[str, Any],
                 body: kopf.Body,
                 uid: str,
