@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import copy
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,6 +19,7 @@ from kubernetes import client
 
 from support.gate import scenario_policy
 from support.kube import wait_for
+from tollplane.api.policy import Policy
 from tollplane.api.shards import configmaps
 from tollplane.gate.loader import KubernetesSource, PolicyHolder
 
@@ -43,6 +48,14 @@ def _apply_index(core: client.CoreV1Api, namespace: str, index: dict[str, Any]) 
         core.create_namespaced_config_map(namespace, index)
 
 
+def _publish(core: client.CoreV1Api, namespace: str, policy: Policy) -> None:
+    """Write a policy's shards, then its index, as the operator does."""
+    index, shards = configmaps(policy, namespace)
+    for shard in shards:
+        core.create_namespaced_config_map(namespace, shard)
+    _apply_index(core, namespace, index)
+
+
 def test_revision_switches_only_when_complete(
     kube: client.ApiClient,
     namespace: str,
@@ -51,10 +64,7 @@ def test_revision_switches_only_when_complete(
 ) -> None:
     core = client.CoreV1Api(kube)
     first = scenario_policy("http://up.test", "http://dead.test")
-    index, shards = configmaps(first, namespace)
-    for shard in shards:
-        core.create_namespaced_config_map(namespace, shard)
-    _apply_index(core, namespace, index)
+    _publish(core, namespace, first)
     wait_for(lambda: _revision(watching) == first.revision, timeout=20, what="first revision")
 
     # A bigger policy in several shards: publish the index first and hold one shard back.
@@ -81,3 +91,76 @@ def test_revision_switches_only_when_complete(
     assert _revision(watching) == second.revision
     assert watching.last_error is not None
     assert "digest" in watching.last_error.message
+
+
+class Relay:
+    """A TCP relay on loopback in front of the real apiserver that can go silent.
+
+    `freeze()` stops moving bytes on every open connection without closing any: what a
+    connection dropped by a NAT or load balancer looks like to the client. This stands in
+    for a network fault that cannot be produced here otherwise; the API behind it is real.
+    New connections made after the freeze are relayed normally.
+    """
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.frozen: set[socket.socket] = set()
+        self.open: set[socket.socket] = set()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client_side, _ = self.listener.accept()
+            except OSError:
+                return
+            server_side = socket.create_connection(self.target)
+            self.open |= {client_side, server_side}
+            for a, b in ((client_side, server_side), (server_side, client_side)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                while source in self.frozen:
+                    time.sleep(0.05)  # hold the bytes: the connection just goes quiet
+                sink.sendall(data)
+
+    def freeze(self) -> None:
+        self.frozen |= self.open
+
+    def close(self) -> None:
+        self.listener.close()
+        for s in self.open:
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+def test_a_silently_dead_watch_is_replaced(
+    control_plane: Any, kube: client.ApiClient, namespace: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A watch connection that goes quiet without closing is given up after the client-side
+    read timeout and the policy source lists and watches again, so updates keep coming."""
+    host, port = control_plane.server.removeprefix("https://").rsplit(":", 1)
+    relay = Relay((host, int(port)))
+    configuration = copy.copy(kube.configuration)
+    configuration.host = f"https://{host}:{relay.port}"
+    monkeypatch.setattr(KubernetesSource, "REQUEST_TIMEOUT", (2.0, 3.0))
+    holder = PolicyHolder()
+    source = KubernetesSource(namespace, holder, api_client=client.ApiClient(configuration))
+    core = client.CoreV1Api(kube)
+    try:
+        first = scenario_policy("http://up.test", "http://dead.test")
+        _publish(core, namespace, first)
+        source.start()
+        wait_for(lambda: _revision(holder) == first.revision, timeout=20, what="first revision")
+        relay.freeze()
+        second = scenario_policy("http://up2.test", "http://dead.test")
+        _publish(core, namespace, second)
+        # Read timeout (3 s) + backoff (0.5 s) + relist; without the timeout it never comes.
+        wait_for(lambda: _revision(holder) == second.revision, timeout=15, what="second revision")
+    finally:
+        asyncio.run(source.stop())
+        relay.close()

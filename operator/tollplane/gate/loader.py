@@ -176,6 +176,11 @@ class KubernetesSource:
     """Lists and watches the policy ConfigMaps of a namespace in a background thread."""
 
     WATCH_SECONDS = 300
+    # Client-side (connect, read) timeouts: the apiserver ends a healthy watch after
+    # WATCH_SECONDS, so silence beyond that means a dead connection (e.g. dropped by a load
+    # balancer without a FIN), which would otherwise block the watch, and every policy
+    # update, forever.
+    REQUEST_TIMEOUT = (10.0, WATCH_SECONDS + 30.0)
     BACKOFF_SECONDS = (0.5, 1.0, 2.0, 5.0)
 
     def __init__(self, namespace: str, holder: PolicyHolder, api_client: Any = None) -> None:
@@ -248,7 +253,9 @@ class KubernetesSource:
                     self._api_client = kube_client()
                 core = client.CoreV1Api(self._api_client)
                 listed = core.list_namespaced_config_map(
-                    self.namespace, label_selector=POLICY_SELECTOR
+                    self.namespace,
+                    label_selector=POLICY_SELECTOR,
+                    _request_timeout=self.REQUEST_TIMEOUT,
                 )
                 self._objects.clear()
                 for cm in listed.items:
@@ -263,6 +270,7 @@ class KubernetesSource:
                     label_selector=POLICY_SELECTOR,
                     resource_version=since,
                     timeout_seconds=self.WATCH_SECONDS,
+                    _request_timeout=self.REQUEST_TIMEOUT,
                 ):
                     if self._stop.is_set():
                         return
