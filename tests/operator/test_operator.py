@@ -41,10 +41,12 @@ def operator(
     core = client.CoreV1Api(kube)
     core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
     op = OperatorProcess(control_plane, ns, tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    yield op
-    op.stop()
-    core.delete_namespace(ns)
+    try:
+        op.start()  # a start that times out must not leave the process behind
+        yield op
+    finally:
+        op.stop()
+        core.delete_namespace(ns)
 
 
 @pytest.fixture
