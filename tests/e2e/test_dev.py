@@ -161,14 +161,15 @@ def test_edits_hot_swap_and_broken_manifests_keep_the_last_good_policy(dev: Dev)
         assert still.status_code == 403
 
 
-def test_render_prints_objects_with_secrets_redacted() -> None:
-    result = subprocess.run(
-        [*TOLLPLANE, "render", "examples", "--gateway", "gateway-system/public"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
+def render(*args: str) -> subprocess.CompletedProcess[str]:
+    """`tollplane render ARGS` from the repository root."""
+    return subprocess.run(
+        [*TOLLPLANE, "render", *args], capture_output=True, text=True, cwd=REPO, check=False
     )
+
+
+def test_render_prints_objects_with_secrets_redacted() -> None:
+    result = render("examples", "--gateway", "gateway-system/public")
     assert result.returncode == 0, result.stderr
     assert "kind: HTTPRoute" in result.stdout
     assert "namespace: gateway-system" in result.stdout
@@ -177,13 +178,7 @@ def test_render_prints_objects_with_secrets_redacted() -> None:
     # Generated key Secrets appear, with their value redacted.
     assert "name: tollplane-key-acme-default" in result.stdout
     assert "<redacted>" in result.stdout
-    policy = subprocess.run(
-        [*TOLLPLANE, "render", "examples", "--gateway", "gateway-system/public", "--policy"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        check=False,
-    )
+    policy = render("examples", "--gateway", "gateway-system/public", "--policy")
     assert policy.returncode == 0, policy.stderr
     assert '"revision"' in policy.stdout
     assert "tollplane-examples/weather-v2" in policy.stdout
@@ -194,18 +189,14 @@ def test_render_reports_what_would_not_be_ready(tmp_path: Path) -> None:
         "apiVersion: tollplane.io/v1alpha1\nkind: Tenant\nmetadata: {name: lost}\n"
         "spec: {plan: no-such-plan, keys: [{id: default}]}\n"
     )
-    result = subprocess.run(
-        [*TOLLPLANE, "render", str(tmp_path)], capture_output=True, text=True, check=False
-    )
+    result = render(str(tmp_path))
     assert result.returncode == 1
     assert "Tenant lost: not Ready: PlanNotFound" in result.stderr
     assert "BillingPlan no-such-plan does not exist" in result.stderr
 
 
 def test_render_without_a_gateway_says_how_to_name_one() -> None:
-    result = subprocess.run(
-        [*TOLLPLANE, "render", "examples"], capture_output=True, text=True, cwd=REPO, check=False
-    )
+    result = render("examples")
     assert result.returncode == 1
     assert "kind: HTTPRoute" not in result.stdout
     assert "NoGateway" in result.stderr

@@ -122,6 +122,10 @@ class Upstream:
                 "body": body.decode("latin-1"),
             }
         ).encode()
+        session = []
+        if path.endswith("/login"):
+            cookie = f"session={headers.get('x-tollplane-tenant')}; Path=/"
+            session.append((b"set-cookie", cookie.encode()))
         await send(
             {
                 "type": "http.response.start",
@@ -132,11 +136,7 @@ class Upstream:
                     (b"x-upstream", b"echo"),
                     (b"connection", b"keep-alive, x-upstream-hop"),
                     (b"x-upstream-hop", b"must-not-pass"),
-                    *(
-                        [(b"set-cookie", b"session=" + headers_tenant(scope) + b"; Path=/")]
-                        if path.endswith("/login")
-                        else []
-                    ),
+                    *session,
                 ],
             }
         )
@@ -162,11 +162,6 @@ class Upstream:
         if self._server is not None and self._thread is not None:
             self._server.should_exit = True
             self._thread.join(10)
-
-
-def headers_tenant(scope: dict[str, Any]) -> bytes:
-    """The tenant the gate named in the request it forwarded."""
-    return dict(scope["headers"]).get(b"x-tollplane-tenant", b"nobody")
 
 
 # --- gate process ---------------------------------------------------------------------------

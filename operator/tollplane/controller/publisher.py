@@ -56,7 +56,7 @@ class Indexed:
 
     resource: Any  # Api | BillingPlan | Tenant | Invalid
     status: dict[str, Any] | None
-    uid: str = ""
+    uid: str
 
 
 @dataclass
@@ -102,7 +102,7 @@ class Publisher:
         self.resync = resync
         self.dirty = asyncio.Event()
         # Status this process wrote last, per resource uid: skips a second write while the
-        # index has not yet seen the first one.
+        # store has not yet seen the first one.
         self._written: dict[str, dict[str, Any]] = {}
         self._instance = socket.gethostname()
         self.stats = Stats()

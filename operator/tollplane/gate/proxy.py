@@ -142,14 +142,8 @@ class Upstreams:
     whose pool collapses under concurrency (encode/httpx#3215).
     """
 
-    def __init__(self, max_connections: int = 1024, keepalive: int = 256) -> None:
-        self.transport = UpstreamTransport(
-            limits=httpx.Limits(
-                max_connections=max_connections,
-                max_keepalive_connections=keepalive,
-                keepalive_expiry=30.0,
-            )
-        )
+    def __init__(self) -> None:
+        self.transport = UpstreamTransport()  # its default limits are the gate's
 
     async def forward(
         self,
